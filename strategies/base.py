@@ -41,6 +41,7 @@ from strategies.records import (
     median_metrics,
     screen_evaluate_replies,
     screen_train_replies,
+    sender_of,
 )
 from strategies.rules import Aggregate
 
@@ -112,7 +113,7 @@ class RobustStrategy(FedAvg):
         self.rounds: list[dict[str, object]] = []
         self._global: ArrayRecord | None = None
         self._layout: ModelLayout | None = None
-        self._sent: dict[str, list[int]] = {}
+        self._sent: dict[str, list[Message]] = {}
         self._pending: dict[str, object] | None = None
 
     # ------------------------------------------------------------------ rule
@@ -164,12 +165,13 @@ class RobustStrategy(FedAvg):
         node_ids = self._sample(
             grid, server_round, self.fraction_train, self.min_train_nodes
         )
-        self._sent["train"] = node_ids
         config["server-round"] = server_round
         record = RecordDict(
             {self.arrayrecord_key: arrays, self.configrecord_key: config}
         )
-        return self._construct_messages(record, node_ids, MessageType.TRAIN)
+        messages = list(self._construct_messages(record, node_ids, MessageType.TRAIN))
+        self._sent["train"] = messages
+        return messages
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -180,12 +182,15 @@ class RobustStrategy(FedAvg):
         node_ids = self._sample(
             grid, server_round, self.fraction_evaluate, self.min_evaluate_nodes
         )
-        self._sent["evaluate"] = node_ids
         config["server-round"] = server_round
         record = RecordDict(
             {self.arrayrecord_key: arrays, self.configrecord_key: config}
         )
-        return self._construct_messages(record, node_ids, MessageType.EVALUATE)
+        messages = list(
+            self._construct_messages(record, node_ids, MessageType.EVALUATE)
+        )
+        self._sent["evaluate"] = messages
+        return messages
 
     def _sample(
         self, grid: Grid, server_round: int, fraction: float, minimum: int
@@ -229,6 +234,7 @@ class RobustStrategy(FedAvg):
             self._layout,
             arrays_key=self.arrayrecord_key,
             max_num_examples=self.max_num_examples,
+            senders=self._senders("train"),
         )
         missing = self._missing("train", replies)
         self._log_rejections(server_round, "train", screened.rejected, missing)
@@ -267,7 +273,9 @@ class RobustStrategy(FedAvg):
         """Median of the clients' evaluation metrics; bad replies rejected."""
         replies = list(replies)
         _, metrics, rejected = screen_evaluate_replies(
-            replies, max_num_examples=self.max_num_examples
+            replies,
+            max_num_examples=self.max_num_examples,
+            senders=self._senders("evaluate"),
         )
         self._log_rejections(
             server_round, "evaluate", rejected, self._missing("evaluate", replies)
@@ -276,10 +284,24 @@ class RobustStrategy(FedAvg):
             return None
         return median_metrics(metrics)
 
+    def _senders(self, phase: str) -> dict[str, int]:
+        """Instruction message id → destination node, for this phase's messages.
+
+        Flower fills in message ids when it pushes the messages; offline (no
+        push) the map is empty and replies are known by their sender id.
+        """
+        return {
+            message.metadata.message_id: message.metadata.dst_node_id
+            for message in self._sent.get(phase, [])
+            if message.metadata.message_id
+        }
+
     def _missing(self, phase: str, replies: list[Message]) -> list[int]:
         """Nodes that were sent an instruction and did not reply at all."""
-        replied = {message.metadata.src_node_id for message in replies}
-        return [node for node in self._sent.get(phase, []) if node not in replied]
+        senders = self._senders(phase)
+        replied = {sender_of(message, senders) for message in replies}
+        sent = [message.metadata.dst_node_id for message in self._sent.get(phase, [])]
+        return [node for node in sent if node not in replied]
 
     def _log_rejections(
         self,
@@ -433,8 +455,9 @@ class RobustStrategy(FedAvg):
             "byzantine_selected",
             "geomed_iterations",
         ):
-            if isinstance(record.get(key), int):
-                metrics[key] = int(record[key])  # type: ignore[arg-type]
+            count = record.get(key)
+            if isinstance(count, int) and not isinstance(count, bool):
+                metrics[key] = count
         for key in (
             "kappa_hon",
             "kappa_worst",
@@ -447,8 +470,9 @@ class RobustStrategy(FedAvg):
             value = record.get(key)
             if isinstance(value, float | int) and not isinstance(value, bool):
                 metrics[key] = float(value)
-        if record.get("selected_node_ids"):
-            metrics["selected_node_ids"] = [int(i) for i in record["selected_node_ids"]]  # type: ignore[union-attr]
+        selected = record.get("selected_node_ids")
+        if isinstance(selected, list) and selected:
+            metrics["selected_node_ids"] = [int(i) for i in selected]
         metrics["kept_global"] = int(bool(record.get("kept_global")))
         return metrics
 

@@ -6,7 +6,7 @@ import numpy as np
 
 from strategies.base import RobustStrategy
 from strategies.records import ScreenedReplies
-from strategies.rules import Aggregate, krum_from_distances
+from strategies.rules import Aggregate, Neighbours, krum_from_distances
 
 
 class Krum(RobustStrategy):
@@ -26,7 +26,11 @@ class Krum(RobustStrategy):
     rule = "krum"
 
     def __init__(
-        self, *, num_byzantine: int = 0, neighbours: str = "self", **kwargs: object
+        self,
+        *,
+        num_byzantine: int = 0,
+        neighbours: Neighbours = "self",
+        **kwargs: object,
     ) -> None:
         super().__init__(num_byzantine=num_byzantine, **kwargs)  # type: ignore[arg-type]
         if neighbours not in ("self", "blanchard"):

@@ -6,7 +6,7 @@ import numpy as np
 
 from strategies.base import RobustStrategy
 from strategies.records import ScreenedReplies
-from strategies.rules import Aggregate, multikrum_from_distances
+from strategies.rules import Aggregate, Neighbours, multikrum_from_distances
 
 
 class MultiKrum(RobustStrategy):
@@ -34,7 +34,7 @@ class MultiKrum(RobustStrategy):
         *,
         num_byzantine: int = 0,
         num_selected: int | None = None,
-        neighbours: str = "self",
+        neighbours: Neighbours = "self",
         **kwargs: object,
     ) -> None:
         super().__init__(num_byzantine=num_byzantine, **kwargs)  # type: ignore[arg-type]

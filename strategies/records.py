@@ -10,7 +10,7 @@ raises because of what a client sent.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -181,12 +181,27 @@ class ScreenedReplies:
         return bool(self.roles) and all(role in ROLES for role in self.roles)
 
 
+def sender_of(message: Message, senders: Mapping[str, int] | None = None) -> int:
+    """The node a reply answers for.
+
+    When the SuperLink itself reports a dead node, the error reply's
+    ``src_node_id`` is the SuperLink's; ``senders`` (instruction message id →
+    destination node id) recovers the node the instruction went to.
+    """
+    if senders:
+        node = senders.get(message.metadata.reply_to_message_id)
+        if node is not None:
+            return node
+    return message.metadata.src_node_id
+
+
 def reply_problem(
     message: Message,
     *,
     arrays_key: str | None,
     max_num_examples: int,
     seen: set[int],
+    node_id: int | None = None,
 ) -> str | None:
     """Say what is wrong with a reply's envelope and metrics, or None.
 
@@ -198,7 +213,7 @@ def reply_problem(
     if message.has_error():
         error = message.error
         return f"error reply (code {error.code}): {error.reason}"
-    if message.metadata.src_node_id in seen:
+    if (message.metadata.src_node_id if node_id is None else node_id) in seen:
         return "duplicate reply from the same node"
     content = message.content
     array_keys = sorted(content.array_records.keys())
@@ -248,8 +263,9 @@ def declared_role(message: Message) -> str | None:
 def num_examples_of(message: Message) -> int:
     """The ``num-examples`` metric of a screened reply."""
     for record in message.content.metric_records.values():
-        if "num-examples" in record:
-            return int(record["num-examples"])
+        value = record.get("num-examples")
+        if isinstance(value, int | float):
+            return int(value)
     raise KeyError("num-examples")
 
 
@@ -259,6 +275,7 @@ def screen_train_replies(
     *,
     arrays_key: str = "arrays",
     max_num_examples: int = 10_000_000,
+    senders: Mapping[str, int] | None = None,
 ) -> ScreenedReplies:
     """Screen a round's train replies into accepted models and rejections.
 
@@ -269,18 +286,22 @@ def screen_train_replies(
     metrics (see :func:`reply_problem`). Memory: one (n, d) matrix in the
     model's dtype, filled reply by reply.
     """
-    ordered = sorted(replies, key=lambda message: message.metadata.src_node_id)
+    ordered = sorted(replies, key=lambda message: sender_of(message, senders))
     models = np.empty((len(ordered), layout.size), dtype=layout.dtype)
     accepted = ScreenedReplies([], models, [], [], [])
     seen: set[int] = set()
     for message in ordered:
-        node_id = message.metadata.src_node_id
+        node_id = sender_of(message, senders)
         problem = reply_problem(
-            message, arrays_key=arrays_key, max_num_examples=max_num_examples, seen=seen
+            message,
+            arrays_key=arrays_key,
+            max_num_examples=max_num_examples,
+            seen=seen,
+            node_id=node_id,
         )
         if problem is None:
             row = models[len(accepted.node_ids)]
-            problem = layout.copy_into(message.content[arrays_key], row)
+            problem = layout.copy_into(message.content.array_records[arrays_key], row)
         seen.add(node_id)
         if problem is not None:
             accepted.rejected.append(Rejection(node_id, problem))
@@ -294,18 +315,25 @@ def screen_train_replies(
 
 
 def screen_evaluate_replies(
-    replies: Iterable[Message], *, max_num_examples: int = 10_000_000
+    replies: Iterable[Message],
+    *,
+    max_num_examples: int = 10_000_000,
+    senders: Mapping[str, int] | None = None,
 ) -> tuple[list[int], list[MetricRecord], list[Rejection]]:
     """Screen evaluate replies: keep those whose metrics are finite and sane."""
-    ordered = sorted(replies, key=lambda message: message.metadata.src_node_id)
+    ordered = sorted(replies, key=lambda message: sender_of(message, senders))
     node_ids: list[int] = []
     metrics: list[MetricRecord] = []
     rejected: list[Rejection] = []
     seen: set[int] = set()
     for message in ordered:
-        node_id = message.metadata.src_node_id
+        node_id = sender_of(message, senders)
         problem = reply_problem(
-            message, arrays_key=None, max_num_examples=max_num_examples, seen=seen
+            message,
+            arrays_key=None,
+            max_num_examples=max_num_examples,
+            seen=seen,
+            node_id=node_id,
         )
         seen.add(node_id)
         if problem is not None:
@@ -327,7 +355,7 @@ def median_metrics(records: Sequence[MetricRecord]) -> MetricRecord:
     shared = set(records[0].keys())
     for record in records[1:]:
         shared &= set(record.keys())
-    medians: dict[str, float] = {}
+    medians: dict[str, int | float | list[int] | list[float]] = {}
     for key in sorted(shared):
         values = [record[key] for record in records]
         if all(_is_finite_number(v) for v in values):

@@ -125,7 +125,7 @@ num-server-rounds = 2
 USER_SERVER = """
 import json
 import numpy as np
-from flwr.app import ArrayRecord, Context
+from flwr.app import Array, ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from strategies import MultiKrum
@@ -136,7 +136,7 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     strategy = MultiKrum(num_byzantine=2, fraction_evaluate=0.0, min_available_nodes=5)
-    start = ArrayRecord({"w": np.zeros(3, dtype=np.float32)})
+    start = ArrayRecord({"w": Array(np.zeros(3, dtype=np.float32))})
     result = strategy.start(grid=grid, initial_arrays=start, num_rounds=2, timeout=60)
     final = result.arrays["w"].numpy()
     print("USER-RESULT", json.dumps({
@@ -147,7 +147,7 @@ def main(grid: Grid, context: Context) -> None:
 
 USER_CLIENT = """
 import numpy as np
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 app = ClientApp()
@@ -159,7 +159,7 @@ def train(msg: Message, context: Context) -> Message:
     # byzantine partitions push far away; honest ones step by +1
     step = 100.0 if context.node_config["role"] == "byzantine" else 1.0
     reply = RecordDict({
-        "arrays": ArrayRecord({"w": (w + step).astype(np.float32)}),
+        "arrays": ArrayRecord({"w": Array((w + step).astype(np.float32))}),
         "metrics": MetricRecord({"num-examples": 10}),
     })
     return Message(content=reply, reply_to=msg)
