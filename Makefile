@@ -9,7 +9,17 @@ export FLWR_DISABLE_UPDATE_CHECK := 1
 export RAY_USAGE_STATS_ENABLED := 0
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean system-deps
+
+# Debian tools the multi-host test and the TLS/key scripts use; installed when
+# missing and we are root (CI is), otherwise the tests that need them say so.
+SYSTEM_TOOLS := ip openssl ssh-keygen
+system-deps:
+	@missing=""; for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing iproute2 openssl openssh-client (missing:$$missing)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 openssl openssh-client >/dev/null; \
+	fi
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +32,7 @@ demo: $(STAMP)
 	$(BIN)/byzflower run --clients 10 --byzantine 3 --attack alie --rule multikrum \
 		--rounds 10 --out runs/demo
 
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(BIN)/ruff check strategies server clients tests bench
 	$(BIN)/ruff format --check strategies server clients tests bench
 	$(BIN)/mypy strategies

@@ -50,7 +50,8 @@ def test_bad_replies_and_a_dead_node_do_not_stop_the_run(tmp_path: Path) -> None
         while not rounds_file.exists() and time.monotonic() < deadline:
             time.sleep(2)
         assert rounds_file.exists(), federation.log(run_id)
-        victim = federation.processes.processes[1][1]  # supernode-0, honest
+        name, victim = federation.processes.processes.pop(1)  # an honest SuperNode
+        assert name == "supernode-0"
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait(timeout=30)
 
