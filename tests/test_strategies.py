@@ -265,3 +265,51 @@ def test_metric_record_is_a_flower_metric_record() -> None:
 def test_bad_arguments_fail_at_construction(factory, message: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
         factory()
+
+
+class _BrokenKrum(Krum):
+    """A deliberately wrong rule: picks the reply with the *largest* score."""
+
+    def aggregate_distances(self, dist, screened):  # type: ignore[no-untyped-def]
+        chosen = super().aggregate_distances(dist, screened)
+        assert chosen.scores is not None
+        weights = np.zeros(len(chosen.weights))
+        weights[int(np.argmax(chosen.scores))] = 1.0
+        return type(chosen)(vector=None, weights=weights, scores=chosen.scores)
+
+
+def test_a_ratio_above_the_proven_bound_is_an_error_with_inputs_saved(
+    tmp_path, caplog: pytest.LogCaptureFixture
+) -> None:  # type: ignore[no-untyped-def]
+    vectors = honest_vectors(7)
+    vectors[-1] += 50.0  # one far-away reply: the broken rule picks it
+    strategy = _BrokenKrum(num_byzantine=2, out_dir=tmp_path)
+    configured(strategy, list(range(1, 8)))
+    replies = [train_reply(i + 1, arrays_from_vector(v)) for i, v in enumerate(vectors)]
+    with caplog.at_level(logging.ERROR, logger="flwr"):
+        arrays, metrics = strategy.aggregate_train(4, replies)
+    assert arrays is not None and metrics is not None
+    assert metrics["kappa_worst"] > metrics["bound_upper"]
+    assert "exceeds the proven bound" in caplog.text
+    saved = np.load(tmp_path / "anomalies" / "round-4.npz")
+    assert saved["dist"].shape == (7, 7) and saved["weights"][-1] == 1.0
+
+
+def test_a_failing_kappa_report_never_costs_the_round(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise FloatingPointError("injected")
+
+    monkeypatch.setattr("strategies.base.kappa_report", broken)
+    vectors = honest_vectors(5)
+    strategy = MultiKrum(num_byzantine=1)
+    configured(strategy, [1, 2, 3, 4, 5])
+    replies = [train_reply(i + 1, arrays_from_vector(v)) for i, v in enumerate(vectors)]
+    with caplog.at_level(logging.ERROR, logger="flwr"):
+        arrays, metrics = strategy.aggregate_train(1, replies)
+    assert arrays is not None and metrics is not None
+    assert "κ report failed" in caplog.text
+    np.testing.assert_allclose(
+        flat(arrays), brute_multikrum(vectors, 1, 4).astype(np.float32), rtol=1e-6
+    )
