@@ -500,7 +500,7 @@ class RobustStrategy(FedAvg):
             return metrics
 
         return super().start(
-            grid,
+            PromptGrid(grid),  # type: ignore[arg-type]
             initial_arrays,
             num_rounds=num_rounds,
             timeout=timeout,
@@ -528,6 +528,39 @@ class RobustStrategy(FedAvg):
             self.out_dir.mkdir(parents=True, exist_ok=True)
             with (self.out_dir / "rounds.jsonl").open("a") as stream:
                 stream.write(json.dumps(jsonable(record)) + "\n")
+
+
+class PromptGrid:
+    """A Grid whose ``send_and_receive`` polls for replies every 0.5 s.
+
+    Flower's own polls every 3 s, which adds 1.5 s on average to every phase
+    of every round. Everything else is the wrapped Grid's. The wait is bounded
+    by ``timeout`` (an hour when None, where Flower would wait for ever).
+    """
+
+    poll_interval = 0.5
+
+    def __init__(self, grid: Grid) -> None:
+        self._grid = grid
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._grid, name)
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        """Push ``messages`` and collect replies until all came or time is up."""
+        pending = set(self._grid.push_messages(messages))
+        deadline = time.monotonic() + (3600.0 if timeout is None else timeout)
+        replies: list[Message] = []
+        while pending:
+            arrived = list(self._grid.pull_messages(pending))
+            replies.extend(arrived)
+            pending -= {message.metadata.reply_to_message_id for message in arrived}
+            if not pending or time.monotonic() >= deadline:
+                break
+            time.sleep(self.poll_interval)
+        return replies
 
 
 def round_line(record: dict[str, object]) -> str:
