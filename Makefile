@@ -35,7 +35,7 @@ demo: $(STAMP)
 test: $(STAMP) system-deps
 	$(BIN)/ruff check strategies server clients tests bench
 	$(BIN)/ruff format --check strategies server clients tests bench
-	$(BIN)/mypy strategies
+	$(BIN)/mypy strategies server clients
 	$(BIN)/python -m pytest -q tests
 
 lint: $(STAMP)

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from logging import INFO
 from pathlib import Path
 
+import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
@@ -108,8 +110,10 @@ def build_strategy(config: RunConfig, out_dir: Path) -> RobustStrategy:
     return STRATEGIES[config.rule](**common)  # type: ignore[arg-type]
 
 
-def central_evaluation(seed: int, x_test, y_test):  # type: ignore[no-untyped-def]
-    """Evaluate a global model on the server's held-out split."""
+def central_evaluation(
+    seed: int, x_test: np.ndarray, y_test: np.ndarray
+) -> Callable[[int, ArrayRecord], MetricRecord]:
+    """Return Flower's ``evaluate_fn``: the global model on the server's split."""
     from clients.model import build_model, evaluate
 
     model = build_model(seed)

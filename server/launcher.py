@@ -91,7 +91,9 @@ class Federation:
                 )
 
 
-def _signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
+def _signal_group(
+    process: subprocess.Popen[bytes] | subprocess.Popen[str], sig: int
+) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, sig)
 
