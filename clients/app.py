@@ -74,7 +74,7 @@ FAULTS = (
     "negative-num-examples",
     "raise",
 )
-HUGE_NUM_EXAMPLES = 1_000_000
+HUGE_NUM_EXAMPLES = 10**12  # above any sane max_num_examples
 EXTRA_KEY = "byzflower.extra"
 
 Arrays = dict[str, np.ndarray]

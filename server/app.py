@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from logging import INFO
+from logging import ERROR, INFO
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 
-from server.config import RunConfig, parse_run_config
+from server.config import ConfigError, RunConfig, parse_run_config
 from server.report import write_report, write_summary
 from strategies import STRATEGIES, RobustStrategy
 
@@ -29,10 +29,14 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Run one byzflower experiment from the run config."""
-    config = parse_run_config(context.run_config)
-    out_dir = output_directory(config, context.run_id)
-    num_nodes = wait_for_nodes(grid, config)
-    config.check_federation(num_nodes)
+    try:
+        config = parse_run_config(context.run_config)
+        num_nodes = wait_for_nodes(grid, config)
+        config.check_federation(num_nodes)
+        out_dir = output_directory(config, context.run_id)
+    except ConfigError as error:
+        log(ERROR, "byzflower: %s", error)
+        raise
     log(INFO, "byzflower: %d nodes, results in %s", num_nodes, out_dir)
 
     from clients.data import server_test_set
@@ -62,9 +66,20 @@ def main(grid: Grid, context: Context) -> None:
 
 
 def output_directory(config: RunConfig, run_id: int) -> Path:
-    """``out-dir`` if set, else ``~/byzflower-runs/run-<run id>``; created empty."""
+    """``out-dir`` if set, else ``~/byzflower-runs/run-<run id>``; created empty.
+
+    Raises:
+        ConfigError: the folder cannot be created or written.
+    """
     out_dir = Path(config.out_dir or Path.home() / "byzflower-runs" / f"run-{run_id}")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / ".write-test").touch()
+        (out_dir / ".write-test").unlink()
+    except OSError as error:
+        raise ConfigError(
+            f"out-dir={str(out_dir)!r} cannot be written: {error.strerror}"
+        ) from None
     stale = out_dir / "rounds.jsonl"
     if stale.exists():
         stale.unlink()
@@ -72,13 +87,13 @@ def output_directory(config: RunConfig, run_id: int) -> Path:
 
 
 def wait_for_nodes(grid: Grid, config: RunConfig) -> int:
-    """Wait (bounded by ``round-timeout``) for ``num-clients`` nodes.
+    """Wait (bounded by ``node-wait-timeout``) for ``num-clients`` nodes.
 
     Returns the number connected; with ``num-clients`` = 0, whatever is
     connected once at least ``min-train-nodes`` are.
     """
     wanted = config.num_clients or config.min_train_nodes
-    deadline = time.monotonic() + config.round_timeout
+    deadline = time.monotonic() + config.node_wait_timeout
     while len(nodes := list(grid.get_node_ids())) < wanted:
         if time.monotonic() >= deadline:
             break
@@ -95,7 +110,7 @@ def build_strategy(config: RunConfig, out_dir: Path) -> RobustStrategy:
         "min_train_nodes": config.min_train_nodes,
         "min_evaluate_nodes": 1 if config.fraction_evaluate else 0,
         "min_available_nodes": max(config.num_clients, config.min_train_nodes),
-        "node_wait_timeout": config.round_timeout,
+        "node_wait_timeout": config.node_wait_timeout,
         "kappa_max_subsets": config.kappa_max_subsets,
         "out_dir": out_dir,
         "seed": config.seed,

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 RULES = ("mean", "krum", "multikrum", "geomed")
 ATTACKS = ("none", "sign-flip", "gaussian", "alie", "ipm", "label-flip")
@@ -50,6 +50,7 @@ class RunConfig(BaseModel):
     min_train_nodes: int = Field(2, ge=1, alias="min-train-nodes")
     fraction_evaluate: float = Field(0.0, ge=0, le=1, alias="fraction-evaluate")
     round_timeout: PositiveFloat = Field(120.0, alias="round-timeout")
+    node_wait_timeout: PositiveFloat = Field(60.0, alias="node-wait-timeout")
     seed: int = Field(0, ge=0)
     out_dir: str = Field("", alias="out-dir")
     test_fraction: float = Field(0.2, gt=0, lt=0.9, alias="test-fraction")
@@ -67,14 +68,15 @@ class RunConfig(BaseModel):
     attack_passes: int = Field(3, ge=1, le=100, alias="attack-passes")
     kappa_max_subsets: int = Field(20_000, ge=1, alias="kappa-max-subsets")
 
-    @model_validator(mode="after")
-    def _absolute_out_dir(self) -> RunConfig:
-        if self.out_dir and not Path(self.out_dir).is_absolute():
+    @field_validator("out_dir")
+    @classmethod
+    def _absolute_out_dir(cls, out_dir: str) -> str:
+        if out_dir and not Path(out_dir).is_absolute():
             raise ValueError(
-                f"out-dir={self.out_dir!r} must be an absolute path (the ServerApp "
-                "runs in the SuperLink's working directory, not yours)"
+                "must be an absolute path (the ServerApp runs in the SuperLink's "
+                "working directory, not yours)"
             )
-        return self
+        return out_dir
 
     def train_nodes(self, num_nodes: int) -> int:
         """How many nodes a round samples out of ``num_nodes`` connected."""

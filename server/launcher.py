@@ -13,17 +13,20 @@ import argparse
 import contextlib
 import json
 import os
+import queue
 import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from server.config import ATTACKS, RULES, ConfigError, RunConfig, parse_run_config
+from server.processes import Federation, LaunchError, _signal_group, become_subreaper
 from server.services import (
     federation_clients,
     flower_env,
@@ -36,72 +39,6 @@ APP_DIR = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 #: Lines of the ServerApp log shown live: our round lines, warnings, errors.
 SHOWN = re.compile(r"round \d+ \||WARNING|ERROR|byzflower:")
-
-
-class LaunchError(RuntimeError):
-    """The federation could not be started or the run did not complete."""
-
-
-@dataclass
-class Federation:
-    """The child processes of one local federation, stopped in reverse order."""
-
-    out_dir: Path
-    env: dict[str, str]
-    processes: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
-
-    def start(self, name: str, argv: Sequence[str]) -> subprocess.Popen[bytes]:
-        """Start ``argv`` in its own process group, its output in logs/<name>.log."""
-        logs = self.out_dir / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        with (logs / f"{name}.log").open("wb") as log_file:
-            process = subprocess.Popen(
-                list(argv),
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=self.env,
-                cwd=self.out_dir,
-                start_new_session=True,
-            )
-        self.processes.append((name, process))
-        return process
-
-    def stop(self, grace: float = 15.0) -> None:
-        """SIGTERM every process group (SuperNodes first), SIGKILL after ``grace``."""
-        for _, process in reversed(self.processes):
-            _signal_group(process, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for _, process in reversed(self.processes):
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=max(deadline - time.monotonic(), 0.1))
-        for _, process in self.processes:
-            _signal_group(process, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=5)
-        self.processes.clear()
-
-    def check_alive(self) -> None:
-        """Raise if a child died, naming it and the tail of its log."""
-        for name, process in self.processes:
-            if process.poll() is not None:
-                tail = _tail(self.out_dir / "logs" / f"{name}.log")
-                raise LaunchError(
-                    f"{name} exited with code {process.returncode}:\n{tail}"
-                )
-
-
-def _signal_group(
-    process: subprocess.Popen[bytes] | subprocess.Popen[str], sig: int
-) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, sig)
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    if not path.exists():
-        return "(no log)"
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 def federation_env(flwr_home: Path) -> dict[str, str]:
@@ -134,7 +71,7 @@ def wait_for_port(port: int, timeout: float, federation: Federation) -> None:
     """Wait until 127.0.0.1:``port`` accepts connections (bounded)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        federation.check_alive()
+        federation.check()
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.settimeout(1.0)
             if sock.connect_ex(("127.0.0.1", port)) == 0:
@@ -223,7 +160,13 @@ def follow_log(
     deadline: float,
     federation: Federation,
 ) -> Iterator[str]:
-    """Stream the ServerApp's log (``flwr log --stream``) until the run ends."""
+    """Stream the ServerApp's log (``flwr log --stream``) until the run ends.
+
+    Lines are read by a thread, so the SuperLink's liveness and the deadline
+    are checked every second even when the log is silent. A dead SuperLink
+    ends the run at once (LaunchError); a dead SuperNode is reported and the
+    run goes on without it.
+    """
     with (out_dir / "logs" / "serverapp.log").open("w") as saved:
         process = subprocess.Popen(
             [str(BIN / "flwr"), "log", str(run_id), CONNECTION, "--stream"],
@@ -234,21 +177,44 @@ def follow_log(
             cwd=APP_DIR,
             start_new_session=True,
         )
+        lines: queue.Queue[str | None] = queue.Queue()
+        assert process.stdout is not None
+        threading.Thread(
+            target=_pump, args=(process.stdout, lines), daemon=True
+        ).start()
         try:
-            assert process.stdout is not None
-            for line in process.stdout:
+            while True:
+                try:
+                    line = lines.get(timeout=1.0)
+                except queue.Empty:
+                    line = ""
+                if line is None:
+                    break
+                for dead in federation.check():
+                    yield f"WARNING : {dead} died; the run goes on without it"
+                if time.monotonic() > deadline:
+                    raise LaunchError("the run took longer than its deadline")
+                if not line:
+                    continue
                 saved.write(line)
                 saved.flush()
                 yield line.rstrip("\n")
-                if time.monotonic() > deadline:
-                    raise LaunchError("the run took longer than its deadline")
                 if run_finished(run_id, env, line):
                     break
         finally:
-            _signal_group(process, signal.SIGTERM)
+            _signal_group(process.pid, signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=10)
-            _signal_group(process, signal.SIGKILL)
+            _signal_group(process.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=5)
+
+
+def _pump(stream: IO[str], lines: queue.Queue[str | None]) -> None:
+    """Copy ``stream`` line by line into ``lines``; None marks its end."""
+    for line in stream:
+        lines.put(line)
+    lines.put(None)
 
 
 def run_finished(run_id: int, env: dict[str, str], line: str) -> bool:
@@ -263,8 +229,9 @@ def run_finished(run_id: int, env: dict[str, str], line: str) -> bool:
 def launch(args: argparse.Namespace) -> int:
     """Start the federation, run, report; return the process exit code."""
     out_dir = Path(args.out).resolve()
-    overrides = run_overrides(args, out_dir)
     try:
+        check_flags(args)
+        overrides = run_overrides(args, out_dir)
         config = parse_run_config(overrides)
         config.check_federation(args.clients)
         clients = federation_clients(args.clients, args.byzantine, None)
@@ -278,7 +245,8 @@ def launch(args: argparse.Namespace) -> int:
     (out_dir / "superlink.db").unlink(missing_ok=True)
     flwr_home = out_dir / "flwr-home"
     env = federation_env(flwr_home)
-    federation = Federation(out_dir, env)
+    become_subreaper()
+    federation = Federation(out_dir, env, adopt_orphans=True)
     (out_dir / "run-config.toml").write_text(run_config_toml(overrides))
     ports = free_ports(2 + len(clients))
     control_port, fleet_port, node_ports = ports[0], ports[1], ports[2:]
@@ -367,8 +335,43 @@ def _strip_prefix(line: str) -> str:
     return re.sub(r"^\s*(INFO|DEBUG)\s*:\s*", "", plain)
 
 
+#: Run-config keys that ``byzflower run`` flags set; ``--set`` may not.
+FLAG_KEYS = {
+    "rule": "--rule",
+    "num-byzantine": "--byzantine / --assume-f",
+    "num-server-rounds": "--rounds",
+    "num-clients": "--clients",
+    "attack": "--attack",
+    "seed": "--seed",
+    "out-dir": "--out",
+    "num-selected": "--num-selected",
+}
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Check the launcher's own flags, naming the flag, its value and the range.
+
+    Raises:
+        ConfigError: on the first flag out of range.
+    """
+    if args.clients < 1:
+        raise ConfigError(f"--clients={args.clients}: at least 1 SuperNode")
+    if not 0 <= args.byzantine <= args.clients:
+        raise ConfigError(
+            f"--byzantine={args.byzantine}: allowed 0..{args.clients} (--clients)"
+        )
+    if args.assume_f is not None and args.assume_f < 0:
+        raise ConfigError(f"--assume-f={args.assume_f}: must be >= 0")
+    if args.rounds < 1:
+        raise ConfigError(f"--rounds={args.rounds}: at least 1")
+
+
 def run_overrides(args: argparse.Namespace, out_dir: Path) -> dict[str, object]:
-    """The run config this launch submits: flags, then ``--set`` pairs."""
+    """The run config this launch submits: flags, then ``--set`` pairs.
+
+    Raises:
+        ConfigError: a ``--set`` without ``=``, or for a key a flag owns.
+    """
     values: dict[str, object] = {
         "rule": args.rule,
         "num-byzantine": args.assume_f if args.assume_f is not None else args.byzantine,
@@ -381,8 +384,13 @@ def run_overrides(args: argparse.Namespace, out_dir: Path) -> dict[str, object]:
     if args.num_selected is not None:
         values["num-selected"] = args.num_selected
     for pair in args.set or []:
-        key, _, raw = pair.partition("=")
-        values[key.strip()] = _parse_value(raw.strip())
+        key, equals, raw = pair.partition("=")
+        key = key.strip()
+        if not equals or not key:
+            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE")
+        if key in FLAG_KEYS:
+            raise ConfigError(f"--set {key}=...: use {FLAG_KEYS[key]} instead")
+        values[key] = _parse_value(raw.strip())
     return values
 
 

@@ -115,6 +115,7 @@ class RobustStrategy(FedAvg):
         self._layout: ModelLayout | None = None
         self._sent: dict[str, list[Message]] = {}
         self._pending: dict[str, object] | None = None
+        self._connected_after_timeout: int | None = None
 
     # ------------------------------------------------------------------ rule
 
@@ -148,11 +149,21 @@ class RobustStrategy(FedAvg):
             self.rule,
             self.num_byzantine,
         )
-        log(INFO, "\t├──> Replies screened; num-examples is not a weight")
+        log(INFO, "\t├──> Replies screened; num-examples is never a weight")
         log(
             INFO, "\t├──> κ: exact worst ratio up to %d subsets", self.kappa_max_subsets
         )
-        super().summary()
+        log(
+            INFO,
+            "\t└──> Sampling: fraction train %.2f, evaluate %.2f; minimum nodes "
+            "train %d, evaluate %d, available %d (waiting at most %.0fs)",
+            self.fraction_train,
+            self.fraction_evaluate,
+            self.min_train_nodes,
+            self.min_evaluate_nodes,
+            self.min_available_nodes,
+            self.node_wait_timeout,
+        )
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -197,21 +208,27 @@ class RobustStrategy(FedAvg):
     ) -> list[int]:
         """Wait at most ``node_wait_timeout`` for nodes, then sample.
 
-        Sampling is seeded by (seed, round) and sorted, so a run is repeatable.
+        After a wait times out, later rounds wait only for as many nodes as
+        were connected then (a dead SuperNode costs one wait, not one per
+        round). Sampling is seeded by (seed, round) and sorted, so a run is
+        repeatable.
         """
         wanted = max(self.min_available_nodes, minimum)
+        if self._connected_after_timeout is not None:
+            wanted = min(wanted, max(self._connected_after_timeout, minimum))
         deadline = time.monotonic() + self.node_wait_timeout
         while len(nodes := sorted(grid.get_node_ids())) < wanted:
             if time.monotonic() >= deadline:
                 log(
                     WARNING,
                     "round %d: only %d node(s) connected after %.0fs (wanted %d); "
-                    "going on with them",
+                    "going on with them, and waiting for no more than that from now",
                     server_round,
                     len(nodes),
                     self.node_wait_timeout,
                     wanted,
                 )
+                self._connected_after_timeout = len(nodes)
                 break
             time.sleep(1.0)
         size = min(len(nodes), max(int(len(nodes) * fraction), minimum))

@@ -17,12 +17,12 @@ from pathlib import Path
 from server.launcher import (
     BIN,
     CONNECTION,
-    Federation,
     federation_env,
     free_ports,
     wait_for_port,
     write_connection,
 )
+from server.processes import Federation
 from server.services import ClientSpec, superlink_argv, supernode_argv
 
 
@@ -121,7 +121,7 @@ class LocalFederation:
         deadline = time.monotonic() + timeout
         status, details = self.status(run_id)
         while not status.startswith("finished") and time.monotonic() < deadline:
-            self.processes.check_alive()
+            self.processes.check()
             time.sleep(3)
             status, details = self.status(run_id)
         if not status.startswith("finished"):

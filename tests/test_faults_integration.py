@@ -1,9 +1,10 @@
 """Bad clients in a real federation: the server rejects, logs and goes on.
 
-Seven real SuperNodes: four honest, and three whose ClientApp sends a NaN
-model, a tensor of the wrong shape, or raises. After the first round one
-honest SuperNode is killed. The run must complete, every bad reply must be
-logged with its node id and reason, and the model must still learn.
+Eight real SuperNodes: four honest, and four whose ClientApp sends a NaN
+model, a tensor of the wrong shape, claims 10¹² examples, or raises. After
+the first round one honest SuperNode is killed. The run must complete,
+every bad reply must be logged with its node id and reason, and the model
+must still learn.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from tests.federation import LocalFederation, processes_in
 
 pytestmark = pytest.mark.integration
 
-FAULTS = ("nan", "wrong-shape", "raise")
+FAULTS = ("nan", "wrong-shape", "raise", "huge-num-examples")
 
 
 def test_bad_replies_and_a_dead_node_do_not_stop_the_run(tmp_path: Path) -> None:
@@ -63,11 +64,12 @@ def test_bad_replies_and_a_dead_node_do_not_stop_the_run(tmp_path: Path) -> None
     rounds = [json.loads(line) for line in rounds_file.read_text().splitlines()]
     assert [r["round"] for r in rounds] == [1, 2, 3]
     first = rounds[0]
-    assert first["accepted"] == 4 and first["rejected"] == 3
+    assert first["accepted"] == 4 and first["rejected"] == len(FAULTS)
     reasons = sorted(r["reason"] for r in first["rejections"])
     assert any("non-finite" in reason for reason in reasons), reasons
     assert any("shape" in reason for reason in reasons), reasons
     assert any("error reply" in reason for reason in reasons), reasons
+    assert any("'num-examples' = 1000000000000" in reason for reason in reasons)
     for rejection in first["rejections"]:
         assert f"rejected reply from node {rejection['node_id']}" in log
     # the killed node is gone from later rounds, the others carried on

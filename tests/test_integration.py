@@ -8,6 +8,7 @@ written here as a user would. The launcher is tested end to end separately.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import textwrap
@@ -281,4 +282,53 @@ def test_launcher_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
     finally:
         if launcher.poll() is None:
             launcher.kill()
+    assert processes_in(out) == []
+    time.sleep(5)  # an orphan would still be there
+    assert processes_in(out) == []
+
+
+def test_launcher_names_a_dead_superlink_and_stops_the_rest(tmp_path: Path) -> None:
+    out = tmp_path / "superlink-killed"
+    launcher = subprocess.Popen(
+        [
+            str(BIN / "byzflower"),
+            "run",
+            "--clients",
+            "3",
+            "--byzantine",
+            "1",
+            "--rule",
+            "krum",
+            "--assume-f",
+            "1",
+            "--rounds",
+            "50",
+            "--out",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert launcher.stdout is not None
+        deadline = time.monotonic() + 180
+        for line in launcher.stdout:
+            if "round 1 |" in line or time.monotonic() > deadline:
+                break
+        superlink = next(
+            pid
+            for pid in processes_in(out)
+            if b"flower-superlink" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        )
+        os.kill(superlink, signal.SIGKILL)
+        started = time.monotonic()
+        output, _ = launcher.communicate(timeout=60)
+        assert launcher.returncode == 1
+        assert time.monotonic() - started < 30
+        assert "superlink exited with code -9" in output
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    time.sleep(5)
     assert processes_in(out) == []
