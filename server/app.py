@@ -61,8 +61,18 @@ def main(grid: Grid, context: Context) -> None:
 
     save_model(result.arrays if len(result.arrays) else initial, out_dir)
     write_summary(out_dir, config, strategy.rounds, result, seconds, num_nodes)
-    write_report(out_dir, strategy.rounds, result)
+    write_report(
+        out_dir, strategy.rounds, result, title=report_title(config, num_nodes)
+    )
     log(INFO, "byzflower: done in %.1fs; results in %s", seconds, out_dir)
+
+
+def report_title(config: RunConfig, num_nodes: int) -> str:
+    """E.g. ``multikrum (f = 3) vs alie, 10 clients``."""
+    return (
+        f"{config.rule} (f = {config.num_byzantine}) vs {config.attack}, "
+        f"{num_nodes} clients"
+    )
 
 
 def output_directory(config: RunConfig, run_id: int) -> Path:

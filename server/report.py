@@ -60,7 +60,10 @@ def _max(values: object) -> float | None:
 
 
 def write_report(
-    out_dir: Path, rounds: Sequence[dict[str, object]], result: Result
+    out_dir: Path,
+    rounds: Sequence[dict[str, object]],
+    result: Result,
+    title: str = "byzflower",
 ) -> Path:
     """Draw accuracy and κ̂ per round, with the rule's proven bound, to report.png."""
     import matplotlib
@@ -80,8 +83,7 @@ def write_report(
     top.set_ylabel("test accuracy (server split)")
     top.set_ylim(0, 1)
     top.grid(alpha=0.3)
-    rule = rounds[0].get("rule", "") if rounds else ""
-    top.set_title(f"byzflower: {rule}")
+    top.set_title(title)
 
     for key, label in (
         ("kappa_hon", "κ̂_hon (real damage)"),
