@@ -17,6 +17,13 @@ entrypoint; so compose files and launcher cannot drift. Four layouts:
 - ``client-data``: the same SuperNode training on a local ``.npz`` file from
   a directory mounted read-only instead of a partition.
 
+In every layout each runtime API (the SuperLink's port 8000, each
+SuperNode's port 9094) serves only executors holding the SuperExec secret,
+a file made by docker/superexec-secret.sh on the machine that uses it and
+mounted as the compose secret ``superexec-secret``. Port 8000 also carries
+the CLI's API, so without the secret anyone reaching it could run a
+SuperExec of their own, take a submitted run and collect its results.
+
 The docstring of each ``*_document`` function lists its ``.env`` variables.
 """
 
@@ -72,6 +79,11 @@ SERVER_TLS = Tls(
 )
 CLIENT_TLS = Tls(ca_cert=f"{SECRETS}/ca-cert")
 SUPERNODE_KEY = f"{SECRETS}/supernode-key"
+SUPEREXEC_SECRET_NAME = "superexec-secret"
+SUPEREXEC_SECRET = f"{SECRETS}/{SUPEREXEC_SECRET_NAME}"
+# The file docker/superexec-secret.sh writes, where each layout expects it
+# (certs/ and keys/ folders are git-ignored).
+SUPEREXEC_SECRET_FILE = "superexec.secret"
 DEFAULTS_ANCHOR = "flower-defaults"
 
 # Stand-ins for values that compose fills in from .env: rendered by
@@ -182,17 +194,23 @@ def one_host_document(
                     fleet_address=f"0.0.0.0:{FLEET_PORT}",
                     database=f"{APP_HOME}/state.db",
                     isolation="process",
+                    superexec_auth_secret_file=SUPEREXEC_SECRET,
                 )
             ),
             volumes=[f"superlink-state:{APP_HOME}"],
             ports=[f"127.0.0.1:{CONTROL_PORT}:{CONTROL_PORT}"],
+            secrets=[SUPEREXEC_SECRET_NAME],
         ),
         "superexec-serverapp": _executor(
             "..",
             env.command(
-                superexec_argv(runtime_api_address=f"superlink:{CONTROL_PORT}")
+                superexec_argv(
+                    runtime_api_address=f"superlink:{CONTROL_PORT}",
+                    superexec_auth_secret_file=SUPEREXEC_SECRET,
+                )
             ),
             volumes=[f"results:{RESULTS_DIR}"],
+            secrets=[SUPEREXEC_SECRET_NAME],
             depends_on=["superlink"],
         ),
     }
@@ -201,17 +219,18 @@ def one_host_document(
         services[name] = _supernode(
             env, client.node_config(), f"superlink:{FLEET_PORT}", None
         )
-        services[f"superexec-{name}"] = _executor(
-            "..",
-            env.command(superexec_argv(runtime_api_address=f"{name}:{SUPERNODE_PORT}")),
-            depends_on=[name],
-        )
+        services[f"superexec-{name}"] = _clientapp_executor("..", env, name)
     services["submit"] = _submit(env, num_clients, num_byzantine, attack, rule)
+    # Limitation: one secret guards the SuperLink and every SuperNode here:
+    # all run on one machine, in one compose project, for one user.
     return {
         "name": "byzflower",
         "x-flower-defaults": _service_defaults(),
         "services": services,
         "volumes": {"superlink-state": {}, "results": {}},
+        "secrets": {
+            SUPEREXEC_SECRET_NAME: {"file": f"./certs/{SUPEREXEC_SECRET_FILE}"}
+        },
     }
 
 
@@ -223,8 +242,9 @@ def _supernode(
 ) -> dict[str, object]:
     """Return a SuperNode service (process isolation, runtime API on 9094).
 
-    Without TLS (one host) it waits for the ``superlink`` service; with TLS
-    it gets the CA and its authentication key as secrets.
+    It always gets the SuperExec secret. Without TLS (one host) it waits for
+    the ``superlink`` service; with TLS it also gets the CA and its
+    authentication key as secrets.
     """
     argv = supernode_argv(
         superlink=superlink_address,
@@ -234,13 +254,36 @@ def _supernode(
         tls=tls,
         auth_private_key=None if tls is None else SUPERNODE_KEY,
         isolation="process",
+        superexec_auth_secret_file=SUPEREXEC_SECRET,
     )
     extra: dict[str, object] = {"stop_grace_period": "20s"}
     if tls is None:
+        extra["secrets"] = [SUPEREXEC_SECRET_NAME]
         extra["depends_on"] = ["superlink"]
     else:
-        extra["secrets"] = ["ca-cert", "supernode-key"]
+        extra["secrets"] = ["ca-cert", "supernode-key", SUPEREXEC_SECRET_NAME]
     return _service(SUPERNODE_IMAGE, env.command(argv), **extra)
+
+
+def _clientapp_executor(
+    context: str, env: _EnvValues, supernode: str, **extra: object
+) -> dict[str, object]:
+    """Return the ClientApp executor of SuperNode service ``supernode``.
+
+    It dials the SuperNode's runtime API in plaintext inside the compose
+    network and proves itself with the SuperExec secret.
+    """
+    argv = superexec_argv(
+        runtime_api_address=f"{supernode}:{SUPERNODE_PORT}",
+        superexec_auth_secret_file=SUPEREXEC_SECRET,
+    )
+    return _executor(
+        context,
+        env.command(argv),
+        secrets=[SUPEREXEC_SECRET_NAME],
+        depends_on=[supernode],
+        **extra,
+    )
 
 
 def _submit(
@@ -278,10 +321,11 @@ def _submit(
 def server_document() -> dict[str, object]:
     """Return the compose document of the server machine.
 
-    ``.env``: CERTS_DIR (ca.crt, server.pem, server.key from docker/certs.sh;
-    default ./certs), CLI_PUBLISH_ADDRESS and FLEET_PUBLISH_ADDRESS (the
-    interfaces the CLI port 8000 and the Fleet port 9092 are published on;
-    default 0.0.0.0, every interface).
+    ``.env``: CERTS_DIR (ca.crt, server.pem, server.key from docker/certs.sh,
+    and superexec.secret from docker/superexec-secret.sh; default ./certs),
+    CLI_PUBLISH_ADDRESS and FLEET_PUBLISH_ADDRESS (the interfaces the CLI
+    port 8000 and the Fleet port 9092 are published on; default 0.0.0.0,
+    every interface).
     """
     env = _EnvValues()
     cli_publish = "${CLI_PUBLISH_ADDRESS:-0.0.0.0}"
@@ -297,6 +341,7 @@ def server_document() -> dict[str, object]:
                 tls=SERVER_TLS,
                 supernode_auth=True,
                 isolation="process",
+                superexec_auth_secret_file=SUPEREXEC_SECRET,
             )
         ),
         volumes=[f"superlink-state:{APP_HOME}"],
@@ -304,7 +349,7 @@ def server_document() -> dict[str, object]:
             f"{cli_publish}:{CONTROL_PORT}:{CONTROL_PORT}",
             f"{fleet_publish}:{FLEET_PORT}:{FLEET_PORT}",
         ],
-        secrets=["ca-cert", "server-cert", "server-key"],
+        secrets=["ca-cert", "server-cert", "server-key", SUPEREXEC_SECRET_NAME],
     )
     serverapp = _executor(
         "../..",
@@ -312,10 +357,11 @@ def server_document() -> dict[str, object]:
             superexec_argv(
                 runtime_api_address=f"superlink:{CONTROL_PORT}",
                 tls=Tls(ca_cert=SERVER_TLS.ca_cert),
+                superexec_auth_secret_file=SUPEREXEC_SECRET,
             )
         ),
         volumes=[f"results:{RESULTS_DIR}"],
-        secrets=["ca-cert"],
+        secrets=["ca-cert", SUPEREXEC_SECRET_NAME],
         depends_on=["superlink"],
     )
     certs = "${CERTS_DIR:-./certs}"
@@ -328,6 +374,7 @@ def server_document() -> dict[str, object]:
             "ca-cert": {"file": f"{certs}/ca.crt"},
             "server-cert": {"file": f"{certs}/server.pem"},
             "server-key": {"file": f"{certs}/server.key"},
+            SUPEREXEC_SECRET_NAME: {"file": f"{certs}/{SUPEREXEC_SECRET_FILE}"},
         },
     }
 
@@ -335,16 +382,19 @@ def server_document() -> dict[str, object]:
 def client_document(with_data: bool) -> dict[str, object]:
     """Return the compose document of one SuperNode on a client machine.
 
-    ``.env``: SUPERLINK_ADDRESS (host:9092, required), PARTITION_ID and
-    NUM_PARTITIONS (required), ROLE (honest | byzantine; default honest),
-    CA_CERT (default ./certs/ca.crt), SUPERNODE_KEY (this node's private key;
-    default ./keys/supernode); with data also DATA_DIR (mounted read-only at
-    /data; default ./data) and DATA_FILE (the .npz in it; default
-    client.npz).
+    ``.env``: SUPERNODE_NAME (names the compose project,
+    byzflower-<name> or byzflower-<name>-data; default client),
+    SUPERLINK_ADDRESS (host:9092, required), PARTITION_ID and NUM_PARTITIONS
+    (required), ROLE (honest | byzantine; default honest), CA_CERT (default
+    ./certs/ca.crt), SUPERNODE_KEY (this node's private key; default
+    ./keys/supernode), SUPEREXEC_SECRET (shared by the SuperNode and its
+    ClientApp executor; default ./keys/superexec.secret); with data also
+    DATA_DIR (mounted read-only at /data; default ./data) and DATA_FILE (the
+    .npz in it; default client.npz).
     """
     env = _EnvValues()
     # Limitation: one SuperNode per compose project; a machine running several
-    # starts one project per env file (docker compose -p NAME --env-file ...).
+    # starts one project per env file, each with its own SUPERNODE_NAME.
     node_config: dict[str, NodeConfigValue] = {
         "partition-id": env.integer(
             "${PARTITION_ID:?set PARTITION_ID, this node's partition}"
@@ -354,24 +404,26 @@ def client_document(with_data: bool) -> dict[str, object]:
         ),
         "role": env.text("${ROLE:-honest}"),
     }
-    executor_extra: dict[str, object] = {"depends_on": ["supernode"]}
+    executor_extra: dict[str, object] = {}
     if with_data:
         node_config["data-path"] = env.text("/data/${DATA_FILE:-client.npz}")
         executor_extra["volumes"] = ["${DATA_DIR:-./data}:/data:ro"]
     superlink = env.text("${SUPERLINK_ADDRESS:?set SUPERLINK_ADDRESS, host:9092}")
     supernode = _supernode(env, node_config, superlink, CLIENT_TLS)
-    executor = _executor(
-        "../..",
-        env.command(superexec_argv(runtime_api_address=f"supernode:{SUPERNODE_PORT}")),
-        **executor_extra,
-    )
+    executor = _clientapp_executor("../..", env, "supernode", **executor_extra)
+    # Two names, so compose.yml and compose.data.yml started from one folder
+    # are two projects rather than one replacing the other's containers.
+    project = "byzflower-${SUPERNODE_NAME:-client}" + ("-data" if with_data else "")
     return {
-        "name": "byzflower-client",
+        "name": project,
         "x-flower-defaults": _service_defaults(),
         "services": {"supernode": supernode, "superexec-clientapp": executor},
         "secrets": {
             "ca-cert": {"file": "${CA_CERT:-./certs/ca.crt}"},
             "supernode-key": {"file": "${SUPERNODE_KEY:-./keys/supernode}"},
+            SUPEREXEC_SECRET_NAME: {
+                "file": f"${{SUPEREXEC_SECRET:-./keys/{SUPEREXEC_SECRET_FILE}}}"
+            },
         },
     }
 

@@ -64,6 +64,7 @@ def superlink_argv(
     tls: Tls | None = None,
     supernode_auth: bool = False,
     isolation: str = "subprocess",
+    superexec_auth_secret_file: str | None = None,
     executable: str = "flower-superlink",
 ) -> list[str]:
     """Return the SuperLink command line.
@@ -74,13 +75,21 @@ def superlink_argv(
     interface. Runtime dependency installation is always off: the app's
     dependencies are installed beforehand (venv or image).
 
+    ``superexec_auth_secret_file`` makes the runtime API on ``host:port``
+    serve runs only to a SuperExec holding the same secret (Flower signs each
+    task request with an HMAC-SHA256 key derived from it). Without it, anyone
+    who reaches ``host:port`` can start a ``flower-superexec`` against it, take
+    a submitted run and read its results.
+
     Raises:
         ValueError: a server certificate or key is missing from ``tls``, or
             SuperNode authentication is asked for without TLS (Flower refuses
-            it), or ``isolation`` is unknown.
+            it), or ``isolation`` is unknown, or a SuperExec secret is given
+            in subprocess isolation (Flower ignores it there).
     """
     _check_isolation(isolation)
     _check_port(port, "port")
+    secret_args = _superexec_secret_args(superexec_auth_secret_file, isolation)
     argv = [
         executable,
         "--host",
@@ -94,6 +103,7 @@ def superlink_argv(
         "--isolation",
         isolation,
         "--disable-runtime-dependency-installation",
+        *secret_args,
     ]
     if tls is None:
         if supernode_auth:
@@ -129,6 +139,7 @@ def supernode_argv(
     tls: Tls | None = None,
     auth_private_key: str | None = None,
     isolation: str = "subprocess",
+    superexec_auth_secret_file: str | None = None,
     executable: str = "flower-supernode",
 ) -> list[str]:
     """Return the SuperNode command line.
@@ -136,14 +147,18 @@ def supernode_argv(
     ``superlink`` is the SuperLink's Fleet API address (``host:9092``);
     ``host:port`` is this SuperNode's own runtime API, which its ClientApp
     executor dials (each SuperNode on one host needs its own port). With TLS
-    only ``tls.ca_cert`` is used, to verify the SuperLink.
+    only ``tls.ca_cert`` is used, to verify the SuperLink. With
+    ``superexec_auth_secret_file`` that runtime API serves only a ClientApp
+    executor holding the same secret.
 
     Raises:
         ValueError: an authentication key without TLS, a bad port or
-            isolation, or a node config value that is not valid TOML.
+            isolation, a SuperExec secret in subprocess isolation, or a node
+            config value that is not valid TOML.
     """
     _check_isolation(isolation)
     _check_port(port, "port")
+    secret_args = _superexec_secret_args(superexec_auth_secret_file, isolation)
     argv = [
         executable,
         "--superlink",
@@ -156,6 +171,7 @@ def supernode_argv(
         isolation,
         "--node-config",
         node_config_arg(node_config),
+        *secret_args,
     ]
     if tls is None:
         if auth_private_key is not None:
@@ -174,6 +190,7 @@ def superexec_argv(
     *,
     runtime_api_address: str,
     tls: Tls | None = None,
+    superexec_auth_secret_file: str | None = None,
     executable: str = "flower-superexec",
 ) -> list[str]:
     """Return the command line of a SuperExec (a ServerApp or ClientApp executor).
@@ -183,8 +200,15 @@ def superexec_argv(
     ``tls`` the executor verifies that API with ``tls.ca_cert`` (the SuperLink
     serves its HTTP API over TLS when it has certificates); without, it
     connects in plaintext (a SuperNode's runtime API inside a private network).
+    ``superexec_auth_secret_file`` must hold the same bytes as the file given
+    to the SuperLink or SuperNode it dials. Flower 1.39 refuses a SuperExec
+    without the secret or with a wrong one (HTTP 401), and that SuperExec then
+    exits with status 0, logging only "SuperExec terminated gracefully."; the
+    reason is in the SuperLink's or SuperNode's log.
     """
     argv = [executable, "--runtime-api-address", runtime_api_address]
+    if superexec_auth_secret_file is not None:
+        argv += ["--superexec-auth-secret-file", superexec_auth_secret_file]
     if tls is None:
         return [*argv, "--insecure"]
     return [*argv, "--root-certificates", tls.ca_cert]
@@ -322,6 +346,23 @@ def federation_clients(
         )
         for partition_id in range(num_clients)
     ]
+
+
+def _superexec_secret_args(secret_file: str | None, isolation: str) -> list[str]:
+    """Return the SuperExec secret flag, or raise where Flower would ignore it.
+
+    Flower 1.39 authenticates SuperExecs only in process isolation; in
+    subprocess isolation it logs a warning and drops the secret, which would
+    leave a deployment believed protected unprotected.
+    """
+    if secret_file is None:
+        return []
+    if isolation != "process":
+        raise ValueError(
+            f"superexec_auth_secret_file={secret_file!r} needs "
+            f"isolation='process'; Flower ignores it with isolation={isolation!r}"
+        )
+    return ["--superexec-auth-secret-file", secret_file]
 
 
 def _check_isolation(isolation: str) -> None:

@@ -6,7 +6,8 @@ run as a plugin of a private DOCKER_CONFIG when a docker CLI exists, directly
 otherwise) resolves every file with its ``.env.example``; the resolved JSON is
 then checked against server/services.py and parsed back with flwr 1.39.0's own
 argument parsers. hadolint checks every Dockerfile. The checked-in compose
-files must equal what the generator writes.
+files must equal what the generator writes. docker/submit.py's choice of
+``flwr`` and of the CLI connection is tested without a SuperLink.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import yaml
@@ -35,6 +38,7 @@ from cryptography.x509 import (
     load_pem_x509_certificate,
 )
 from flwr.common.config import parse_config_args
+from flwr.supercore.auth import load_superexec_auth_secret
 from flwr.supercore.cli.flower_superexec import _parse_args as superexec_parser
 from flwr.superlink.cli.flower_superlink import (
     _parse_args_run_superlink as superlink_parser,
@@ -98,16 +102,27 @@ def test_compose_cli_fails_on_a_broken_file(
 
 
 def compose_config(
-    cli: list[str], path: Path, env_file: Path | None, *extra: str
+    cli: list[str],
+    path: Path,
+    env_file: Path | None,
+    *extra: str,
+    project_name: str | None = "byzflower-test",
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``docker compose -f PATH [--env-file F] config EXTRA``."""
+    """Run ``docker compose -f PATH [--env-file F] config EXTRA``.
+
+    ``project_name`` is passed as COMPOSE_PROJECT_NAME (which overrides the
+    file's ``name:``); None leaves the name to the file.
+    """
     env_args = [] if env_file is None else ["--env-file", str(env_file)]
+    env = {k: v for k, v in os.environ.items() if k != "COMPOSE_PROJECT_NAME"}
+    if project_name is not None:
+        env["COMPOSE_PROJECT_NAME"] = project_name
     return subprocess.run(
         [*cli, "-f", str(path), *env_args, "config", *extra],
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "COMPOSE_PROJECT_NAME": "byzflower-test"},
+        env=env,
     )
 
 
@@ -148,6 +163,9 @@ def test_env_examples_name_exactly_the_variables_used(compose_cli: list[str]) ->
         )
         assert done.returncode == 0, done.stderr
         used = {line.split()[0] for line in done.stdout.splitlines()[1:] if line}
+        # `config --variables` leaves out those of the top-level name.
+        name = yaml.safe_load((REPO / compose.CHECKED_IN[layout]).read_text())["name"]
+        used |= set(re.findall(r"\$\{([A-Z_]+)", name))
         documented = set(re.findall(r"^([A-Z_]+)=", env_file.read_text(), re.M))
         if layout == "client":
             documented -= {"DATA_DIR", "DATA_FILE"}
@@ -294,6 +312,94 @@ def test_client_file_is_one_authenticated_tls_supernode(
         assert volume["target"] == "/data"
         assert volume["read_only"] is True
     assert parse_node_config(args.node_config) == expected
+
+
+# Each runtime API (SuperLink or SuperNode) and the executors that dial it.
+RUNTIME_PAIRS = {
+    "one-host": [("superlink", "superexec-serverapp")]
+    + [
+        (f"supernode-{c.partition_id}", f"superexec-supernode-{c.partition_id}")
+        for c in federation_clients(10, 3)
+    ],
+    "server": [("superlink", "superexec-serverapp")],
+    "client": [("supernode", "superexec-clientapp")],
+    "client-data": [("supernode", "superexec-clientapp")],
+}
+PARSERS = {"superlink": superlink_parser, "supernode": supernode_parser}
+SECRET_SOURCES = {
+    "one-host": DOCKER / "certs" / "superexec.secret",
+    "server": DOCKER / "server" / "certs" / "superexec.secret",
+    "client": DOCKER / "client" / "keys" / "superexec.secret",
+    "client-data": DOCKER / "client" / "keys" / "superexec.secret",
+}
+
+
+@pytest.mark.parametrize("layout", compose.LAYOUTS)
+def test_every_runtime_api_and_its_executors_share_the_superexec_secret(
+    compose_cli: list[str], layout: str
+) -> None:
+    config = resolved(compose_cli, layout)
+    services = config["services"]
+    assert config["secrets"]["superexec-secret"]["file"] == str(SECRET_SOURCES[layout])
+    flower_services = set()
+    for runtime, executor in RUNTIME_PAIRS[layout]:
+        parser = PARSERS[runtime.split("-")[0]]
+        runtime_args = parser().parse_args(services[runtime]["command"])
+        executor_args = superexec_parser().parse_args(services[executor]["command"])
+        assert runtime_args.isolation == "process"
+        assert executor_args.runtime_api_address.split(":")[0] == runtime
+        for name, args in ((runtime, runtime_args), (executor, executor_args)):
+            mounted = {s["source"]: s["target"] for s in services[name]["secrets"]}
+            assert args.superexec_auth_secret_file == mounted["superexec-secret"]
+        flower_services |= {runtime, executor}
+    # Every SuperLink, SuperNode and SuperExec of the file is in a pair.
+    assert flower_services == set(services) - {"submit"}
+
+
+def test_default_secret_locations_are_git_ignored() -> None:
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    done = subprocess.run(
+        ["git", "-C", str(REPO), "check-ignore", "--no-index", "--stdin", "-v"],
+        input="\n".join(
+            str(path.relative_to(REPO)) for path in SECRET_SOURCES.values()
+        ),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    ignored = {line.split("\t")[-1] for line in done.stdout.splitlines()}
+    assert ignored == {str(p.relative_to(REPO)) for p in SECRET_SOURCES.values()}
+
+
+def test_client_files_are_distinct_projects_named_by_the_env_file(
+    compose_cli: list[str], tmp_path: Path
+) -> None:
+    named = tmp_path / "node4.env"
+    named.write_text(
+        ENV_EXAMPLES["client"]
+        .read_text()
+        .replace("SUPERNODE_NAME=client", "SUPERNODE_NAME=node4")
+    )
+    names = {}
+    for env_file in (ENV_EXAMPLES["client"], named):
+        for layout in ("client", "client-data"):
+            done = compose_config(
+                compose_cli,
+                REPO / compose.CHECKED_IN[layout],
+                env_file,
+                "--format",
+                "json",
+                project_name=None,
+            )
+            assert done.returncode == 0, done.stderr
+            names[env_file.name, layout] = json.loads(done.stdout)["name"]
+    assert names == {
+        (".env.example", "client"): "byzflower-client",
+        (".env.example", "client-data"): "byzflower-client-data",
+        ("node4.env", "client"): "byzflower-node4",
+        ("node4.env", "client-data"): "byzflower-node4-data",
+    }
 
 
 def test_client_file_demands_the_superlink_address(
@@ -513,3 +619,114 @@ def test_supernode_keys_script_makes_p384_ecdsa_pairs(tmp_path: Path) -> None:
         timeout=60,
     )
     assert again.returncode != 0
+
+
+def test_superexec_secret_script_makes_a_private_random_secret(
+    tmp_path: Path,
+) -> None:
+    script = str(DOCKER / "superexec-secret.sh")
+    paths = [tmp_path / "a" / "superexec.secret", tmp_path / "b.secret"]
+    for path in paths:
+        done = subprocess.run(
+            ["bash", script, str(path)], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+    secrets = [path.read_bytes() for path in paths]
+    for path, secret in zip(paths, secrets, strict=True):
+        assert re.fullmatch(rb"[0-9a-f]{64}", secret), secret
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        # Flower reads the exact bytes: no newline sneaks in.
+        assert load_superexec_auth_secret(str(path)) == secret
+    assert secrets[0] != secrets[1]
+    again = subprocess.run(
+        ["bash", script, str(paths[0])], capture_output=True, text=True, timeout=60
+    )
+    assert again.returncode != 0
+    assert "refusing to overwrite" in again.stderr
+    assert paths[0].read_bytes() == secrets[0]
+
+
+def test_superexec_secret_script_gives_the_file_to_the_containers_user(
+    tmp_path: Path,
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("chown to another user needs root")
+    path = tmp_path / "superexec.secret"
+    done = subprocess.run(
+        ["bash", str(DOCKER / "superexec-secret.sh"), str(path), "49999"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (path.stat().st_uid, path.stat().st_gid) == (49999, 49999)
+
+
+@pytest.fixture
+def submit() -> ModuleType:
+    """Import docker/submit.py as a module."""
+    spec = importlib.util.spec_from_file_location("submit", DOCKER / "submit.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_submit_finds_the_flwr_beside_its_interpreter(
+    submit: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert submit.find_flwr(None) == str(VENV_BIN / "flwr")
+    assert submit.find_flwr(str(VENV_BIN / "flwr")) == str(VENV_BIN / "flwr")
+
+
+def test_submit_says_where_it_looked_for_flwr(
+    submit: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(submit.sys, "executable", str(tmp_path / "bin" / "python"))
+    with pytest.raises(SystemExit, match=r"nor on PATH.*--flwr PATH"):
+        submit.find_flwr(None)
+    with pytest.raises(SystemExit, match="'no-such-flwr' is not an executable"):
+        submit.find_flwr("no-such-flwr")
+
+
+def test_submit_adds_then_reuses_an_identical_connection(
+    submit: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("FLWR_HOME", str(tmp_path / "home"))
+    ca = tmp_path / "ca.crt"
+    submit.ensure_connection("byz", "10.0.0.1:8000", ca)
+    submit.ensure_connection("local", "127.0.0.1:8000", None)
+    submit.ensure_connection("byz", "10.0.0.1:8000", ca)
+    config = tomllib.loads((tmp_path / "home" / "config.toml").read_text())
+    assert config["superlink"] == {
+        "default": "byz",
+        "byz": {"address": "10.0.0.1:8000", "root-certificates": str(ca.resolve())},
+        "local": {"address": "127.0.0.1:8000", "insecure": True},
+    }
+
+
+@pytest.mark.parametrize(
+    ("address", "ca_name", "named"),
+    [
+        ("10.0.0.2:8000", "ca.crt", "address"),
+        ("10.0.0.1:8000", "other-ca.crt", "root-certificates"),
+        ("10.0.0.1:8000", None, "insecure"),
+    ],
+)
+def test_submit_refuses_a_connection_that_differs(
+    submit: ModuleType,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    address: str,
+    ca_name: str | None,
+    named: str,
+) -> None:
+    monkeypatch.setenv("FLWR_HOME", str(tmp_path))
+    submit.ensure_connection("byz", "10.0.0.1:8000", tmp_path / "ca.crt")
+    before = (tmp_path / "config.toml").read_text()
+    ca = None if ca_name is None else tmp_path / ca_name
+    with pytest.raises(SystemExit, match=f"connection 'byz' that differs.*{named}"):
+        submit.ensure_connection("byz", address, ca)
+    assert (tmp_path / "config.toml").read_text() == before

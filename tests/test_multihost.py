@@ -7,15 +7,20 @@ nothing is routed to or from the machine's own network. On the server host a
 SuperLink with TLS (certificate from docker/certs.sh, SAN = the server's
 address) and SuperNode authentication; on the client hosts honest and
 Byzantine SuperNodes with keys from docker/supernode-keys.sh, registered from
-the laptop with ``flwr supernode register``. Every process runs with the
-command line server/services.py gives the containers (process isolation, one
-SuperExec per SuperLink/SuperNode), so this test also covers the compose
-files' command lines.
+the laptop with ``flwr supernode register``. Every runtime API (the
+SuperLink's, each SuperNode's) demands a SuperExec secret from
+docker/superexec-secret.sh, one per host, that only that host's executors
+hold. Every process runs with the command line server/services.py gives the
+containers (process isolation, one SuperExec per SuperLink/SuperNode), so
+this test also covers the compose files' command lines.
 
 Checked: registered SuperNodes join under the ids their registration
 returned; an unregistered key is refused; plaintext clients (SuperNode, CLI,
-raw HTTP, raw gRPC) cannot talk to the SuperLink; a byzflower run submitted
-over TLS completes and its log carries the κ fields.
+raw HTTP, raw gRPC) cannot talk to the SuperLink; a SuperExec without the
+secret, or with a wrong one, cannot take a submitted run (nor a SuperNode's
+tasks) even with the CA certificate, while the server's own executor takes
+it; that byzflower run, submitted over TLS, completes and its log carries the
+κ fields.
 
 Needs root and iproute2 (skipped otherwise, with the reason), openssl and
 ssh-keygen. Everything made is removed at the end, even on failure.
@@ -64,6 +69,8 @@ CLIENTS = federation_clients(3, 1, attack="sign-flip")
 # Which client host runs which partition.
 PLACEMENT = {0: "c1", 1: "c2", 2: "c2"}
 STOP_GRACE_S = 15.0
+# What Flower 1.39 logs where a SuperExec's secret is missing or wrong.
+AUTH_FAILED = "SuperExec authentication failed for /flwr.proto.Runtime/AcquireTask"
 
 
 def _skip_reason() -> str | None:
@@ -103,6 +110,16 @@ class Process:
     def text(self) -> str:
         """Return the log written so far."""
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def stop(self) -> int:
+        """SIGTERM this process, SIGKILL it after STOP_GRACE_S; return its status."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+        try:
+            return self.popen.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            return self.popen.wait(timeout=5)
 
 
 @dataclass
@@ -251,14 +268,22 @@ def write_connections(home: Path, ca_cert: Path) -> None:
 
 @dataclass
 class Deployment:
-    """The running federation the tests inspect."""
+    """The running federation the tests inspect.
+
+    ``secrets`` maps each host ("srv", "c1", "c2") to the SuperExec secret its
+    runtime APIs and executors share; ``runtime_addresses`` maps a partition
+    to the host and port of its SuperNode's runtime API.
+    """
 
     network: Network
     workdir: Path
     ca_cert: Path
+    secrets: dict[str, Path]
     superlink: Process
+    serverapp_executor: Process
     supernodes: dict[int, Process]
     node_ids: dict[int, int]
+    runtime_addresses: dict[int, tuple[str, int]] = field(default_factory=dict)
 
     @property
     def laptop_home(self) -> Path:
@@ -282,8 +307,13 @@ class Deployment:
             ) from error
 
 
-def start_server(network: Network, workdir: Path, tls: Tls) -> Process:
-    """Start the SuperLink and its ServerApp executor on the server host."""
+def start_server(
+    network: Network, workdir: Path, tls: Tls, secret: Path
+) -> tuple[Process, Process]:
+    """Start the SuperLink and its ServerApp executor on the server host.
+
+    Returns (SuperLink, ServerApp executor).
+    """
     server_home = workdir / "server"
     superlink = network.spawn(
         "srv",
@@ -296,6 +326,7 @@ def start_server(network: Network, workdir: Path, tls: Tls) -> Process:
             tls=tls,
             supernode_auth=True,
             isolation="process",
+            superexec_auth_secret_file=str(secret),
             executable=str(VENV_BIN / "flower-superlink"),
         ),
         server_home,
@@ -308,17 +339,26 @@ def start_server(network: Network, workdir: Path, tls: Tls) -> Process:
         60,
         "the SuperLink to start",
     )
-    network.spawn(
+    return superlink, start_serverapp_executor(
+        network, workdir, tls.ca_cert, secret, "superexec-serverapp"
+    )
+
+
+def start_serverapp_executor(
+    network: Network, workdir: Path, ca_cert: str, secret: Path, name: str
+) -> Process:
+    """Start the server's own ServerApp executor (TLS, the server's secret)."""
+    return network.spawn(
         "srv",
-        "superexec-serverapp",
+        name,
         superexec_argv(
             runtime_api_address=f"{SERVER_ADDRESS}:{CONTROL_PORT}",
-            tls=Tls(ca_cert=tls.ca_cert),
+            tls=Tls(ca_cert=ca_cert),
+            superexec_auth_secret_file=str(secret),
             executable=str(VENV_BIN / "flower-superexec"),
         ),
         workdir / "serverapp",
     )
-    return superlink
 
 
 def start_supernode(
@@ -329,9 +369,13 @@ def start_supernode(
     port: int,
     key: Path | None,
     ca_cert: Path,
+    secret: Path,
     extra: tuple[str, ...] = (),
 ) -> Process:
-    """Start one SuperNode (and, with a key, its ClientApp executor) on ``host``."""
+    """Start one SuperNode (and, with a key, its ClientApp executor) on ``host``.
+
+    Both hold ``secret``, the host's SuperExec secret.
+    """
     name = f"supernode-{client.partition_id}-{host}-{port}"
     home = workdir / name
     tls = None if key is None else Tls(ca_cert=str(ca_cert))
@@ -343,6 +387,7 @@ def start_supernode(
         tls=tls,
         auth_private_key=None if key is None else str(key),
         isolation="process",
+        superexec_auth_secret_file=str(secret),
         executable=str(VENV_BIN / "flower-supernode"),
     )
     supernode = network.spawn(host, name, [*argv, *extra], home)
@@ -352,6 +397,7 @@ def start_supernode(
             f"superexec-{name}",
             superexec_argv(
                 runtime_api_address=f"127.0.0.1:{port}",
+                superexec_auth_secret_file=str(secret),
                 executable=str(VENV_BIN / "flower-superexec"),
             ),
             home,
@@ -414,16 +460,30 @@ def _deploy(network: Network, workdir: Path) -> Deployment:
     _script("certs.sh", str(certs), SERVER_ADDRESS)
     names = [f"node{client.partition_id}" for client in CLIENTS]
     _script("supernode-keys.sh", str(keys), *names, "intruder")
+    # One secret per host, made where it is used (it never travels), and a
+    # different one the outsiders will guess with.
+    secrets = {
+        host: workdir / host / "superexec.secret" for host in ("srv", "c1", "c2")
+    }
+    for secret in [*secrets.values(), workdir / "lap" / "wrong.secret"]:
+        _script("superexec-secret.sh", str(secret))
     tls = Tls(
         ca_cert=str(certs / "ca.crt"),
         server_cert=str(certs / "server.pem"),
         server_key=str(certs / "server.key"),
     )
 
-    superlink = start_server(network, workdir, tls)
+    superlink, serverapp_executor = start_server(network, workdir, tls, secrets["srv"])
     write_connections(workdir / "laptop", certs / "ca.crt")
     deployment = Deployment(
-        network, workdir, certs / "ca.crt", superlink, supernodes={}, node_ids={}
+        network,
+        workdir,
+        certs / "ca.crt",
+        secrets,
+        superlink,
+        serverapp_executor,
+        supernodes={},
+        node_ids={},
     )
     node_ids = register_all(deployment, [keys / f"{name}.pub" for name in names])
     for client, node_id in zip(CLIENTS, node_ids, strict=True):
@@ -433,8 +493,16 @@ def _deploy(network: Network, workdir: Path) -> Deployment:
     for client, name in zip(CLIENTS, names, strict=True):
         host = PLACEMENT[client.partition_id]
         ports[host] = ports.get(host, 9093) + 1
+        deployment.runtime_addresses[client.partition_id] = (host, ports[host])
         deployment.supernodes[client.partition_id] = start_supernode(
-            network, workdir, client, host, ports[host], keys / name, certs / "ca.crt"
+            network,
+            workdir,
+            client,
+            host,
+            ports[host],
+            keys / name,
+            certs / "ca.crt",
+            secrets[host],
         )
     for partition_id, supernode in deployment.supernodes.items():
         wait_until(
@@ -498,10 +566,12 @@ def test_unregistered_key_is_refused(deployment: Deployment) -> None:
         9190,
         deployment.workdir / "keys" / "intruder",
         deployment.ca_cert,
+        deployment.secrets["c1"],
         extra=("--max-retries", "1"),
     )
     wait_until(lambda: process.popen.poll() is not None, 60, "the intruder to exit")
-    assert process.popen.returncode != 0
+    # Flower's code 305 is only logged; the process exits with status 1.
+    assert process.popen.returncode == 1
     assert "Exit Code: 305" in process.text()
     assert "SuperNode ID:" not in process.text()
     assert "No SuperNode found with the given public key" in deployment.superlink.text()
@@ -519,6 +589,7 @@ def test_plaintext_supernode_is_refused(deployment: Deployment) -> None:
         9191,
         None,
         deployment.ca_cert,
+        deployment.secrets["c2"],
         extra=("--max-retries", "2", "--max-wait-time", "20"),
     )
     wait_until(lambda: process.popen.poll() is not None, 90, "the plaintext node")
@@ -574,47 +645,163 @@ def _app_ready() -> str | None:
     return f"the app is not written yet: {', '.join(missing)}" if missing else None
 
 
-def test_tls_run_completes_and_logs_kappa(deployment: Deployment) -> None:
+@dataclass
+class GuardedRun:
+    """One run submitted while the server's own ServerApp executor was stopped.
+
+    ``statuses`` holds the run's status right after submission and after the
+    outsiders gave up; ``auth_failures`` counts the refusals the SuperLink
+    ("srv") and SuperNode 0 ("c1") logged meanwhile.
+    """
+
+    run_id: str
+    results: Path
+    submit: Process
+    outsiders: dict[str, Process]
+    statuses: dict[str, str]
+    auth_failures: dict[str, int]
+
+
+def run_status(deployment: Deployment, run_id: str) -> str:
+    """Return the status ``flwr ls`` reports for one run."""
+    (run,) = deployment.flwr("ls", CONNECTION, "--run-id", run_id)["runs"]
+    return str(run["status"])
+
+
+def start_submit(deployment: Deployment, run_config: str) -> Process:
+    """Start docker/submit.py on the laptop; it exits when the run finishes."""
+    argv = [
+        sys.executable,
+        str(REPO / "docker" / "submit.py"),
+        "--app",
+        str(REPO),
+        "--superlink",
+        f"{SERVER_ADDRESS}:{CONTROL_PORT}",
+        "--root-certificates",
+        str(deployment.ca_cert),
+        "--connection",
+        CONNECTION,
+        "--run-config",
+        run_config,
+        "--poll-s",
+        "2",
+        "--timeout-s",
+        "600",
+    ]
+    return deployment.network.spawn("lap", "submit", argv, deployment.laptop_home)
+
+
+def start_outsiders(deployment: Deployment) -> dict[str, Process]:
+    """Start SuperExecs that hold the CA certificate but not the right secret.
+
+    On the laptop against the SuperLink: one without a secret, one with a
+    secret of its own. On c1 against SuperNode 0's runtime API: one without,
+    one with the server's secret (a real secret, of another host).
+    """
+    wrong = deployment.workdir / "lap" / "wrong.secret"
+    host, port = deployment.runtime_addresses[0]
+    targets = {
+        "superlink-no-secret": ("lap", f"{SERVER_ADDRESS}:{CONTROL_PORT}", None),
+        "superlink-wrong-secret": ("lap", f"{SERVER_ADDRESS}:{CONTROL_PORT}", wrong),
+        "supernode-no-secret": (host, f"127.0.0.1:{port}", None),
+        "supernode-wrong-secret": (
+            host,
+            f"127.0.0.1:{port}",
+            deployment.secrets["srv"],
+        ),
+    }
+    outsiders = {}
+    for name, (where, address, secret) in targets.items():
+        argv = superexec_argv(
+            runtime_api_address=address,
+            tls=Tls(ca_cert=str(deployment.ca_cert)) if where == "lap" else None,
+            superexec_auth_secret_file=None if secret is None else str(secret),
+            executable=str(VENV_BIN / "flower-superexec"),
+        )
+        home = deployment.workdir / f"outsider-{name}"
+        outsiders[name] = deployment.network.spawn(
+            where, f"outsider-{name}", argv, home
+        )
+    return outsiders
+
+
+@pytest.fixture(scope="module")
+def guarded_run(deployment: Deployment) -> GuardedRun:
+    """Submit a run that only outsiders could take, then let the server take it.
+
+    Steps: stop the server's ServerApp executor; submit (the run stays
+    pending); start the outsiders and wait until they give up; restart the
+    server's executor; wait until the run finishes. Every wait is bounded.
+    """
     not_ready = _app_ready()
     if not_ready:
         pytest.skip(not_ready)
-    results = deployment.workdir / "server" / "results"
-    run_config = f"{RUN_CONFIG} out-dir='{results}'"
-    submit = deployment.network.run(
-        "lap",
-        [
-            sys.executable,
-            str(REPO / "docker" / "submit.py"),
-            "--app",
-            str(REPO),
-            "--superlink",
-            f"{SERVER_ADDRESS}:{CONTROL_PORT}",
-            "--root-certificates",
-            str(deployment.ca_cert),
-            "--connection",
-            CONNECTION,
-            "--run-config",
-            run_config,
-            "--poll-s",
-            "2",
-            "--timeout-s",
-            "600",
-        ],
-        deployment.laptop_home,
-        timeout_s=900,
-    )
-    started = re.search(r"submit: run (\d+) started", submit.stderr)
-    assert started, submit.stderr
-    run_id = started.group(1)
-    assert submit.returncode == 0, submit.stderr[-3000:]
+    network = deployment.network
+    supernode = deployment.supernodes[0]
+    deployment.serverapp_executor.stop()
 
-    listed = deployment.flwr("ls", CONNECTION, "--run-id", run_id)
-    (run,) = listed["runs"]
-    assert run["status"] == "finished:completed", run
+    results = deployment.workdir / "server" / "results"
+    submit = start_submit(deployment, f"{RUN_CONFIG} out-dir='{results}'")
+    started = r"submit: run (\d+) started"
+    wait_until(
+        lambda: (
+            bool(re.search(started, submit.text())) or submit.popen.poll() is not None
+        ),
+        180,
+        "submit.py to start the run",
+    )
+    match = re.search(started, submit.text())
+    assert match, submit.text()[-3000:]
+    run_id = match.group(1)
+    statuses = {"submitted": run_status(deployment, run_id)}
+
+    refused_before = {
+        "srv": deployment.superlink.text().count(AUTH_FAILED),
+        "c1": supernode.text().count(AUTH_FAILED),
+    }
+    outsiders = start_outsiders(deployment)
+    for name, outsider in outsiders.items():
+        wait_until(lambda o=outsider: o.popen.poll() is not None, 60, f"{name} to exit")
+    statuses["after-outsiders"] = run_status(deployment, run_id)
+    auth_failures = {
+        "srv": deployment.superlink.text().count(AUTH_FAILED) - refused_before["srv"],
+        "c1": supernode.text().count(AUTH_FAILED) - refused_before["c1"],
+    }
+
+    secret = deployment.secrets["srv"]
+    ca_cert = str(deployment.ca_cert)
+    deployment.serverapp_executor = start_serverapp_executor(
+        network, deployment.workdir, ca_cert, secret, "superexec-serverapp-again"
+    )
+    wait_until(lambda: submit.popen.poll() is not None, 660, "the run to finish")
+    return GuardedRun(run_id, results, submit, outsiders, statuses, auth_failures)
+
+
+def test_outside_superexecs_cannot_take_a_run(guarded_run: GuardedRun) -> None:
+    # The run waited for a ServerApp executor the whole time the outsiders,
+    # holding ca.crt, asked for it.
+    assert guarded_run.statuses == {
+        "submitted": "pending",
+        "after-outsiders": "pending",
+    }
+    for name, outsider in guarded_run.outsiders.items():
+        # Flower 1.39: refused with HTTP 401, the SuperExec stops itself and
+        # exits 0; only the API it dialed says why.
+        assert outsider.popen.returncode == 0, name
+        assert "SuperExec terminated gracefully." in outsider.text(), name
+    assert guarded_run.auth_failures == {"srv": 2, "c1": 2}
+
+
+def test_the_servers_executor_takes_the_run_and_it_logs_kappa(
+    deployment: Deployment, guarded_run: GuardedRun
+) -> None:
+    submit = guarded_run.submit
+    assert submit.popen.returncode == 0, submit.text()[-3000:]
+    assert run_status(deployment, guarded_run.run_id) == "finished:completed"
 
     shown = deployment.network.run(
         "lap",
-        [str(VENV_BIN / "flwr"), "log", run_id, CONNECTION, "--show"],
+        [str(VENV_BIN / "flwr"), "log", guarded_run.run_id, CONNECTION, "--show"],
         deployment.laptop_home,
         timeout_s=120,
     )
@@ -624,7 +811,7 @@ def test_tls_run_completes_and_logs_kappa(deployment: Deployment) -> None:
 
     (record,) = [
         json.loads(line)
-        for line in (results / "rounds.jsonl").read_text().splitlines()
+        for line in (guarded_run.results / "rounds.jsonl").read_text().splitlines()
         if line.strip()
     ]
     assert record["round"] == 1

@@ -165,6 +165,59 @@ def test_superexec_argv() -> None:
     assert secure.root_certificates == "/c/ca.crt"
 
 
+def test_superexec_secret_reaches_all_three_in_process_isolation() -> None:
+    secret = "/s/superexec.secret"
+    superlink = parse(
+        superlink_parser(),
+        superlink_argv(
+            database="x.db", isolation="process", superexec_auth_secret_file=secret
+        ),
+    )
+    supernode = parse(
+        supernode_parser(),
+        supernode_argv(
+            superlink="a:9092",
+            port=9094,
+            node_config={},
+            isolation="process",
+            superexec_auth_secret_file=secret,
+        ),
+    )
+    executor = parse(
+        superexec_parser(),
+        superexec_argv(runtime_api_address="a:9094", superexec_auth_secret_file=secret),
+    )
+    assert superlink.superexec_auth_secret_file == secret
+    assert supernode.superexec_auth_secret_file == secret
+    assert executor.superexec_auth_secret_file == secret
+    assert executor.insecure is True
+
+
+def test_superexec_secret_is_absent_unless_asked_for() -> None:
+    argvs = [
+        superlink_argv(database="x.db", isolation="process"),
+        supernode_argv(
+            superlink="a:9092", port=9094, node_config={}, isolation="process"
+        ),
+        superexec_argv(runtime_api_address="a:9094"),
+    ]
+    assert all("--superexec-auth-secret-file" not in argv for argv in argvs)
+
+
+def test_superexec_secret_is_refused_in_subprocess_isolation() -> None:
+    # Flower 1.39 only warns and drops the secret there: the runtime API
+    # would stay open while the deployment looks protected.
+    with pytest.raises(ValueError, match="isolation='subprocess'"):
+        superlink_argv(database="x.db", superexec_auth_secret_file="/s/secret")
+    with pytest.raises(ValueError, match="/s/secret"):
+        supernode_argv(
+            superlink="a:9092",
+            port=9094,
+            node_config={},
+            superexec_auth_secret_file="/s/secret",
+        )
+
+
 ROUND_TRIP_CONFIGS = [
     {"partition-id": 0, "num-partitions": 1, "role": "honest"},
     {"role": "byzantine", "attack": "alie", "data-path": "/data/my client"},
