@@ -10,7 +10,7 @@ raises because of what a client sent.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -286,23 +286,15 @@ def screen_train_replies(
     metrics (see :func:`reply_problem`). Memory: one (n, d) matrix in the
     model's dtype, filled reply by reply.
     """
-    ordered = sorted(replies, key=lambda message: sender_of(message, senders))
-    models = np.empty((len(ordered), layout.size), dtype=layout.dtype)
+    replies = list(replies)
+    models = np.empty((len(replies), layout.size), dtype=layout.dtype)
     accepted = ScreenedReplies([], models, [], [], [])
-    seen: set[int] = set()
-    for message in ordered:
-        node_id = sender_of(message, senders)
-        problem = reply_problem(
-            message,
-            arrays_key=arrays_key,
-            max_num_examples=max_num_examples,
-            seen=seen,
-            node_id=node_id,
-        )
+    for node_id, message, problem in _in_node_order(
+        replies, senders, arrays_key=arrays_key, max_num_examples=max_num_examples
+    ):
         if problem is None:
             row = models[len(accepted.node_ids)]
             problem = layout.copy_into(message.content.array_records[arrays_key], row)
-        seen.add(node_id)
         if problem is not None:
             accepted.rejected.append(Rejection(node_id, problem))
             continue
@@ -321,27 +313,40 @@ def screen_evaluate_replies(
     senders: Mapping[str, int] | None = None,
 ) -> tuple[list[int], list[MetricRecord], list[Rejection]]:
     """Screen evaluate replies: keep those whose metrics are finite and sane."""
-    ordered = sorted(replies, key=lambda message: sender_of(message, senders))
     node_ids: list[int] = []
     metrics: list[MetricRecord] = []
     rejected: list[Rejection] = []
-    seen: set[int] = set()
-    for message in ordered:
-        node_id = sender_of(message, senders)
-        problem = reply_problem(
-            message,
-            arrays_key=None,
-            max_num_examples=max_num_examples,
-            seen=seen,
-            node_id=node_id,
-        )
-        seen.add(node_id)
+    for node_id, message, problem in _in_node_order(
+        replies, senders, arrays_key=None, max_num_examples=max_num_examples
+    ):
         if problem is not None:
             rejected.append(Rejection(node_id, problem))
             continue
         node_ids.append(node_id)
         metrics.append(next(iter(message.content.metric_records.values())))
     return node_ids, metrics, rejected
+
+
+def _in_node_order(
+    replies: Iterable[Message],
+    senders: Mapping[str, int] | None,
+    *,
+    arrays_key: str | None,
+    max_num_examples: int,
+) -> Iterator[tuple[int, Message, str | None]]:
+    """Replies in node-id order, each with its node id and envelope problem."""
+    seen: set[int] = set()
+    for message in sorted(replies, key=lambda reply: sender_of(reply, senders)):
+        node_id = sender_of(message, senders)
+        problem = reply_problem(
+            message,
+            arrays_key=arrays_key,
+            max_num_examples=max_num_examples,
+            seen=seen,
+            node_id=node_id,
+        )
+        seen.add(node_id)
+        yield node_id, message, problem
 
 
 def median_metrics(records: Sequence[MetricRecord]) -> MetricRecord:
