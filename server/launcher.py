@@ -310,6 +310,13 @@ def launch(args: argparse.Namespace) -> int:
     except LaunchError as error:
         print(f"byzflower run: {error}", file=sys.stderr)
         return 1
+    except subprocess.TimeoutExpired as error:
+        print(
+            f"byzflower run: the SuperLink did not answer `{' '.join(error.cmd[1:3])}`"
+            f" within {error.timeout:.0f}s",
+            file=sys.stderr,
+        )
+        return 1
     finally:
         federation.stop()
         signal.signal(signal.SIGTERM, previous)

@@ -40,7 +40,10 @@ def become_subreaper() -> bool:
 
 
 def process_table() -> dict[int, tuple[int, int]]:
-    """Every live process: pid → (parent pid, start time in clock ticks)."""
+    """Every live process: pid → (parent pid, start time in clock ticks).
+
+    Zombies (exited, not yet reaped) are left out: they run nothing.
+    """
     table = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -51,6 +54,8 @@ def process_table() -> dict[int, tuple[int, int]]:
             continue
         # fields after the command name, which may itself hold spaces and ")"
         fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] == "Z":
+            continue
         table[int(entry.name)] = (int(fields[1]), int(fields[19]))
     return table
 
@@ -145,6 +150,7 @@ class Federation:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=max(deadline - time.monotonic(), 0.1))
         while self._alive_seen() and time.monotonic() < deadline:
+            self._reap_adopted()
             time.sleep(0.2)
         self.track()
         for _, process in self.processes:
