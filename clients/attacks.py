@@ -16,10 +16,12 @@ vectors without talking to each other.
 from __future__ import annotations
 
 from statistics import NormalDist
+from typing import Literal, get_args
 
 import numpy as np
 
-ATTACKS = ("none", "sign-flip", "gaussian", "alie", "ipm", "label-flip")
+Attack = Literal["none", "sign-flip", "gaussian", "alie", "ipm", "label-flip"]
+ATTACKS: tuple[str, ...] = get_args(Attack)
 COLLUDING_ATTACKS = ("alie", "ipm")
 DATA_ATTACKS = ("label-flip",)
 NUM_CLASSES = 10

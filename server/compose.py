@@ -36,7 +36,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from server.config import ATTACKS, RULES
+from clients.attacks import ATTACKS
 from server.services import (
     NodeConfigValue,
     Tls,
@@ -47,6 +47,7 @@ from server.services import (
     superlink_argv,
     supernode_argv,
 )
+from strategies.rules import RULES
 
 FLWR_VERSION = "1.39.0"
 SUPERLINK_IMAGE = f"flwr/superlink:{FLWR_VERSION}"

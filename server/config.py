@@ -14,8 +14,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-RULES = ("mean", "krum", "multikrum", "geomed")
-ATTACKS = ("none", "sign-flip", "gaussian", "alie", "ipm", "label-flip")
+from clients.attacks import Attack
+from strategies.rules import Rule
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 
@@ -36,7 +36,7 @@ class RunConfig(BaseModel):
         extra="forbid", strict=True, frozen=True, populate_by_name=True
     )
 
-    rule: Literal["mean", "krum", "multikrum", "geomed"] = "multikrum"
+    rule: Rule = "multikrum"
     num_byzantine: int = Field(3, ge=0, alias="num-byzantine")
     num_selected: int = Field(0, ge=0, alias="num-selected")
     krum_neighbours: Literal["self", "blanchard"] = Field(
@@ -59,9 +59,7 @@ class RunConfig(BaseModel):
     local_epochs: int = Field(2, ge=1, le=1000, alias="local-epochs")
     learning_rate: PositiveFloat = Field(0.1, alias="learning-rate")
     batch_size: int = Field(32, ge=1, alias="batch-size")
-    attack: Literal["none", "sign-flip", "gaussian", "alie", "ipm", "label-flip"] = (
-        "sign-flip"
-    )
+    attack: Attack = "sign-flip"
     attack_scale: PositiveFloat = Field(4.0, alias="attack-scale")
     alie_z: float = Field(0.0, ge=0, alias="alie-z")
     ipm_epsilon: PositiveFloat = Field(0.5, alias="ipm-epsilon")

@@ -25,7 +25,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
-from server.config import ATTACKS, RULES, ConfigError, RunConfig, parse_run_config
+from clients.attacks import ATTACKS
+from server.config import ConfigError, RunConfig, parse_run_config
 from server.processes import Federation, LaunchError, _signal_group, become_subreaper
 from server.services import (
     federation_clients,
@@ -33,6 +34,7 @@ from server.services import (
     superlink_argv,
     supernode_argv,
 )
+from strategies.rules import RULES
 
 CONNECTION = "byzflower-local"
 APP_DIR = Path(__file__).resolve().parent.parent

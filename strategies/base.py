@@ -33,7 +33,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Result
 
 from strategies.geometry import combine, pairwise_sq_distances
-from strategies.kappa_report import KappaReport, finite_or_none, kappa_report
+from strategies.kappa_report import KappaReport, kappa_report
 from strategies.records import (
     ModelLayout,
     Rejection,
@@ -649,4 +649,4 @@ def _check_int(name: str, value: object, *, minimum: int) -> None:
         raise ValueError(f"{name}={value!r} must be an integer >= {minimum}")
 
 
-__all__ = ["RobustStrategy", "finite_or_none", "jsonable", "round_line"]
+__all__ = ["PromptGrid", "RobustStrategy", "jsonable", "round_line"]

@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from strategies.geometry import as_matrix, pairwise_sq_distances
+from strategies.rules import RULES
 
 FloatArray = npt.NDArray[np.float64]
 IndexArray = npt.NDArray[np.intp]
@@ -41,8 +42,6 @@ BoolArray = npt.NDArray[np.bool_]
 #: An (n, d) float matrix or n one-dimensional arrays, as geometry.as_matrix takes.
 Updates = np.ndarray | Sequence[npt.ArrayLike]
 
-#: Rules whose κ* bounds :func:`bounds` knows.
-RULES = ("mean", "krum", "multikrum", "geomed")
 
 # A subset sum obtained by subtraction (total − complement) keeps about
 # 1e-16 × total of absolute error. Below this fraction of the magnitudes

@@ -8,7 +8,6 @@ bounds are in :mod:`strategies.kappa` (Bareilles, Bouaziz, Fageot, El Mhamdi
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -121,10 +120,3 @@ def _honest_terms(
     bias = max(float(extended[-1, honest].mean()) - spread, 0.0)
     ratio = kappa.ratio_from_distances(extended, tuple(int(i) for i in honest))
     return ratio, bias, spread
-
-
-def finite_or_none(value: float | None) -> float | None:
-    """JSON has no infinities: map ±inf and NaN to None for the record."""
-    if value is None or not math.isfinite(value):
-        return None
-    return value

@@ -23,7 +23,7 @@ import math
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -43,7 +43,8 @@ __all__ = [
     "multikrum_from_distances",
 ]
 
-RULES = ("mean", "krum", "multikrum", "geomed")
+Rule = Literal["mean", "krum", "multikrum", "geomed"]
+RULES: tuple[str, ...] = get_args(Rule)
 
 Neighbours = Literal["self", "blanchard"]
 Updates = np.ndarray | Sequence[ArrayLike]

@@ -19,6 +19,7 @@ from server.launcher import (
     CONNECTION,
     federation_env,
     free_ports,
+    run_config_toml,
     wait_for_port,
     write_connection,
 )
@@ -93,11 +94,7 @@ class LocalFederation:
     def submit(self, app_dir: Path, run_config: dict[str, object]) -> int:
         """``flwr run APP CONNECTION --run-config FILE --format json`` → run id."""
         config_file = self.workdir / f"run-config-{time.monotonic_ns()}.toml"
-        config_file.write_text(
-            "".join(
-                f"{key} = {json.dumps(value)}\n" for key, value in run_config.items()
-            )
-        )
+        config_file.write_text(run_config_toml(run_config))
         output = self.flwr(
             "run",
             str(app_dir),
